@@ -18,7 +18,8 @@
  *	  DROP DATABASE (and RENAME, and using the database as a template) needs
  *	  the database to itself.  The utility hook calls
  *	  pd_launcher_release_database() first: that asks the worker to exit and
- *	  holds the launcher back for a while, so the worker never blocks them.
+ *	  holds the launcher back until the transaction ends, so the worker never
+ *	  blocks them.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,7 +46,10 @@
 #include "pagerduty.h"
 #include "settings.h"
 
-/* how long DROP DATABASE may take before the worker comes back */
+/*
+ * How long the worker stays away from a database being dropped, at most:
+ * the transaction that drops it lets it back as soon as it ends.
+ */
 #define PD_HOLD_MS				30000
 /* how often to look for a missing database */
 #define PD_DATABASE_POLL_MS		10000

@@ -40,6 +40,9 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 /* this transaction enqueued something: wake the worker at commit */
 static bool wake_at_commit = false;
 
+/* this transaction asked the worker to leave its database (DROP DATABASE...) */
+static bool release_at_xact_end = false;
+
 static void
 pd_shmem_request(void)
 {
@@ -131,7 +134,17 @@ pd_xact_callback(XactEvent event, void *arg)
 			wake_at_commit = false;
 			break;
 		default:
-			break;
+			return;
+	}
+
+	/*
+	 * The DROP (or RENAME) that sent the worker away is over, committed or
+	 * not: the launcher looks again, and finds the database or not.
+	 */
+	if (release_at_xact_end)
+	{
+		release_at_xact_end = false;
+		pd_launcher_database_released();
 	}
 }
 
@@ -189,35 +202,22 @@ pd_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *stmt = pstmt->utilityStmt;
 	const char *exclusive_db = NULL;
-	volatile bool asked_worker_to_leave = false;
 
+	/*
+	 * Ask the worker to leave before the command looks for other sessions;
+	 * it may come back when this transaction ends, whichever way.
+	 */
 	if (pd_shared != NULL)
 		exclusive_db = database_needing_exclusive_access(stmt);
-	if (exclusive_db != NULL)
-		asked_worker_to_leave = pd_launcher_release_database(exclusive_db);
+	if (exclusive_db != NULL && pd_launcher_release_database(exclusive_db))
+		release_at_xact_end = true;
 
-	PG_TRY();
-	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_CATCH();
-	{
-		/* the command failed: the worker may come back at once */
-		if (asked_worker_to_leave)
-			pd_launcher_database_released();
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	/* a command that did not drop or rename the database lets it come back */
-	if (asked_worker_to_leave && !IsA(stmt, DropdbStmt) &&
-		!(IsA(stmt, RenameStmt)))
-		pd_launcher_database_released();
 
 	if (IsA(stmt, CreateTrigStmt))
 		pd_alert_check_create_trigger((CreateTrigStmt *) stmt);

@@ -9,6 +9,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "settings.h"
@@ -81,14 +82,16 @@ check_proxy(char **newval, void **extra, GucSource source)
 void
 pd_define_settings(void)
 {
-	DefineCustomStringVariable("pagerduty.database",
-							   "Database whose outbox the delivery worker serves.",
-							   NULL,
-							   &pd_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   0,
-							   NULL, NULL, NULL);
+	/* read by the launcher only; a PGC_POSTMASTER setting can only be made at start */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("pagerduty.database",
+								   "Database whose outbox the delivery worker serves.",
+								   NULL,
+								   &pd_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("pagerduty.events_url",
 							   "URL of the PagerDuty Events API v2 enqueue endpoint.",
