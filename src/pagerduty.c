@@ -40,6 +40,9 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 /* this transaction enqueued something: wake the worker at commit */
 static bool wake_at_commit = false;
 
+/* this transaction created a database: the launcher may be waiting for it */
+static bool wake_launcher_at_commit = false;
+
 /* this transaction asked the worker to leave its database (DROP DATABASE...) */
 static bool release_at_xact_end = false;
 
@@ -125,13 +128,15 @@ pd_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit)
 				pd_wake_worker();
-			wake_at_commit = false;
+			if (wake_launcher_at_commit)
+				pd_wake_launcher();
+			wake_at_commit = wake_launcher_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction's events go when the safety-net poll sees them */
-			wake_at_commit = false;
+			wake_at_commit = wake_launcher_at_commit = false;
 			break;
 		default:
 			return;
@@ -192,7 +197,7 @@ database_needing_exclusive_access(Node *stmt)
  *	  so the worker never blocks them;
  *	- CREATE TRIGGER ... pagerduty_alert() is checked when it runs;
  *	- CREATE EXTENSION pagerduty and CREATE DATABASE wake whoever waits for
- *	  them.
+ *	  them, at commit.
  */
 static void
 pd_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -225,7 +230,7 @@ pd_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "pagerduty") == 0)
 		pd_note_enqueue();
 	else if (IsA(stmt, CreatedbStmt))
-		pd_wake_launcher();
+		wake_launcher_at_commit = true;
 }
 
 void
