@@ -20,7 +20,7 @@ PGFILEDESC = "pagerduty - PagerDuty Events API v2 from PostgreSQL"
 
 # pg_regress runs on its own temporary server with the library preloaded;
 # the TAP tests (test/t/*.pl) start their own clusters and Events API stand-in.
-REGRESS = payload enqueue errors security
+REGRESS = payload enqueue errors security integrations
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl

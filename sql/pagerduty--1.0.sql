@@ -246,7 +246,7 @@ BEGIN
 
     -- one row per check, locked: overlapping runs of a check take turns
     INSERT INTO pagerduty_checks AS c (name) VALUES (pagerduty_check.name)
-        ON CONFLICT (name) DO NOTHING;
+        ON CONFLICT ON CONSTRAINT pagerduty_checks_pkey DO NOTHING;
     SELECT * INTO state FROM pagerduty_checks AS c
         WHERE c.name = pagerduty_check.name FOR UPDATE;
 

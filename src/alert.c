@@ -252,7 +252,14 @@ check_services(AlertArgs *args, Oid owner, Oid nsp)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	for (int i = 0; i < args->nservices; i++)
-		(void) pd_resolve_service(args->services[i]);
+	{
+		if (!pd_service_exists(args->services[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown service \"%s\"", args->services[i]),
+					 errdetail("The arguments of pagerduty_alert() are service names, then optionally a severity: critical, error, warning, info or default."),
+					 errhint("Add the service with pagerduty_add_service(), or correct the argument.")));
+	}
 	SPI_finish();
 
 	AtEOXact_GUC(true, save_nestlevel);

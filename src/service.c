@@ -54,10 +54,25 @@ pd_default_service(void)
 	return first_value();
 }
 
+/* Does a service of that name exist? */
+bool
+pd_service_exists(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	SPIPlanPtr	plan = pd_prepare(&named_plan,
+								  "SELECT 1 FROM pagerduty_services WHERE name = $1",
+								  1, argtypes);
+
+	pd_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
+	return SPI_processed > 0;
+}
+
 /*
  * The service an event goes to: the named one, or the default one when name
  * is NULL.  An unknown service is an error now, at enqueue time, not a
- * delivery failure later.
+ * delivery failure later.  The name is allocated so that it outlives
+ * SPI_finish(), like pd_default_service()'s.
  */
 char *
 pd_resolve_service(const char *name)
@@ -74,23 +89,12 @@ pd_resolve_service(const char *name)
 					 errhint("Name a service, or make one the default with pagerduty_add_service(name, routing_key, is_default => true).")));
 		return found;
 	}
-	else
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(name)};
-		SPIPlanPtr	plan = pd_prepare(&named_plan,
-									  "SELECT name FROM pagerduty_services WHERE name = $1",
-									  1, argtypes);
-
-		pd_execute(plan, values, NULL, true, 1, SPI_OK_SELECT);
-		found = first_value();
-		if (found == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown service \"%s\"", name),
-					 errhint("Add it with pagerduty_add_service(), or list the services in pagerduty_services.")));
-		return found;
-	}
+	if (!pd_service_exists(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown service \"%s\"", name),
+				 errhint("Add it with pagerduty_add_service(), or list the services in pagerduty_services.")));
+	return strcpy(SPI_palloc(strlen(name) + 1), name);
 }
 
 /* ----------------------------------------------------------------

@@ -14,6 +14,7 @@
 
 extern char *pd_resolve_service(const char *name);
 extern char *pd_default_service(void);
+extern bool pd_service_exists(const char *name);
 extern void pd_add_service(const char *name, const char *routing_key,
 						   bool is_default, const char *events_url);
 

@@ -105,7 +105,8 @@ pd_enqueue_trigger(Jsonb *event, const char *severity, const char *service,
 	pd_outbox_insert(svc, PD_ACTION_TRIGGER, out.dedup_key, out.severity,
 					 event, out.body, out.body_len);
 	pd_note_enqueue();
-	return out.dedup_key;
+	/* outlive SPI_finish() */
+	return strcpy(SPI_palloc(strlen(out.dedup_key) + 1), out.dedup_key);
 }
 
 /*

@@ -11,7 +11,10 @@
 
 #include "utils/jsonb.h"
 
-/* Enqueue a trigger event; returns its dedup key.  Caller is connected to SPI. */
+/*
+ * Enqueue a trigger event; returns its dedup key, allocated to outlive
+ * SPI_finish().  Caller is connected to SPI.
+ */
 extern char *pd_enqueue_trigger(Jsonb *event, const char *severity,
 								const char *service, const char *dedup_key);
 
