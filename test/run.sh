@@ -16,7 +16,7 @@ make -C "$src" -s
 make -C "$src" -s install >/dev/null
 
 case "$step" in
-	test)  cmd='make -s installcheck' ;;
+	test)  cmd='make -s installcheck && test/demo.sh' ;;
 	demo)  cmd='test/demo.sh' ;;
 	bench) cmd='test/bench/run.sh' ;;
 	*)     echo "unknown step: $step" >&2; exit 2 ;;
