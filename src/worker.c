@@ -798,6 +798,7 @@ pagerduty_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			configure_http();
 			want_claim = true;
+			next_purge = 0;		/* a shorter retention applies at once */
 		}
 
 		MemoryContextReset(loop_cxt);
