@@ -508,6 +508,46 @@ cut_field(char *s, PdDetail detail)
 	return s;
 }
 
+/* The array under key, or NULL if there is none. */
+static JsonbContainer *
+get_array(JsonbContainer *obj, const char *key)
+{
+	JsonbValue *v = get_key(obj, key);
+
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		return NULL;
+	return v->val.binary.data;
+}
+
+/* A string item of an array, or the string field 'key' of an object item. */
+static char *
+item_string(JsonbValue *item, const char *key)
+{
+	JsonbValue *v = item;
+
+	if (item->type == jbvBinary && JsonContainerIsObject(item->val.binary.data))
+		v = get_key(item->val.binary.data, key);
+	else if (key != NULL)
+		return NULL;
+	return (v != NULL && v->type == jbvString) ? scalar_text(v) : NULL;
+}
+
+/*
+ * Start the next object of the array 'key', opening the array first if it
+ * is the first one: an array with nothing in it is left out.
+ */
+static void
+begin_item(JsonbParseState **st, const char *key, bool *started)
+{
+	if (!*started)
+	{
+		push_key(st, key);
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+		*started = true;
+	}
+	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+}
+
 /*
  * "links": the event's links (URL strings, or objects with an href and an
  * optional text) and its url.  Items that are not http(s) links are left
@@ -517,63 +557,29 @@ cut_field(char *s, PdDetail detail)
 static void
 push_links(JsonbParseState **st, JsonbContainer *obj)
 {
-	JsonbValue *links = get_key(obj, "links");
+	JsonbContainer *links = get_array(obj, "links");
 	char	   *url = scalar_text(get_key(obj, "url"));
 	bool		started = false;
+	uint32		n = links ? JsonContainerSize(links) : 0;
 
-	if (links != NULL && links->type == jbvBinary &&
-		JsonContainerIsArray(links->val.binary.data))
+	for (uint32 i = 0; i < n; i++)
 	{
-		JsonbContainer *arr = links->val.binary.data;
-		uint32		n = JsonContainerSize(arr);
+		JsonbValue *item = getIthJsonbValueFromContainer(links, i);
+		char	   *href = item_string(item, item->type == jbvString ? NULL : "href");
 
-		for (uint32 i = 0; i < n; i++)
-		{
-			JsonbValue *item = getIthJsonbValueFromContainer(arr, i);
-			char	   *href = NULL;
-			char	   *text = NULL;
-
-			if (item->type == jbvString)
-				href = scalar_text(item);
-			else if (item->type == jbvBinary &&
-					 JsonContainerIsObject(item->val.binary.data))
-			{
-				JsonbValue *h = get_key(item->val.binary.data, "href");
-				JsonbValue *t = get_key(item->val.binary.data, "text");
-
-				if (h != NULL && h->type == jbvString)
-					href = scalar_text(h);
-				if (t != NULL && t->type == jbvString)
-					text = scalar_text(t);
-			}
-			if (!is_http_url(href))
-				continue;
-			if (!started)
-			{
-				push_key(st, "links");
-				pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
-				started = true;
-			}
-			pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
-			push_field(st, "href", href);
-			push_field(st, "text", text);
-			pushJsonbValue(st, WJB_END_OBJECT, NULL);
-		}
+		if (!is_http_url(href))
+			continue;
+		begin_item(st, "links", &started);
+		push_field(st, "href", href);
+		push_field(st, "text", item_string(item, "text"));
+		pushJsonbValue(st, WJB_END_OBJECT, NULL);
 	}
-
 	if (is_http_url(url))
 	{
-		if (!started)
-		{
-			push_key(st, "links");
-			pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
-			started = true;
-		}
-		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		begin_item(st, "links", &started);
 		push_field(st, "href", url);
 		pushJsonbValue(st, WJB_END_OBJECT, NULL);
 	}
-
 	if (started)
 		pushJsonbValue(st, WJB_END_ARRAY, NULL);
 }
@@ -582,53 +588,23 @@ push_links(JsonbParseState **st, JsonbContainer *obj)
 static void
 push_images(JsonbParseState **st, JsonbContainer *obj)
 {
-	JsonbValue *images = get_key(obj, "images");
+	JsonbContainer *images = get_array(obj, "images");
 	bool		started = false;
-	JsonbContainer *arr;
-	uint32		n;
-
-	if (images == NULL || images->type != jbvBinary ||
-		!JsonContainerIsArray(images->val.binary.data))
-		return;
-	arr = images->val.binary.data;
-	n = JsonContainerSize(arr);
+	uint32		n = images ? JsonContainerSize(images) : 0;
 
 	for (uint32 i = 0; i < n; i++)
 	{
-		JsonbValue *item = getIthJsonbValueFromContainer(arr, i);
-		char	   *src = NULL;
-		char	   *href = NULL;
-		char	   *alt = NULL;
+		JsonbValue *item = getIthJsonbValueFromContainer(images, i);
+		char	   *src = item_string(item, item->type == jbvString ? NULL : "src");
+		char	   *href = item_string(item, "href");
 
-		if (item->type == jbvString)
-			src = scalar_text(item);
-		else if (item->type == jbvBinary &&
-				 JsonContainerIsObject(item->val.binary.data))
-		{
-			JsonbValue *s = get_key(item->val.binary.data, "src");
-			JsonbValue *h = get_key(item->val.binary.data, "href");
-			JsonbValue *a = get_key(item->val.binary.data, "alt");
-
-			if (s != NULL && s->type == jbvString)
-				src = scalar_text(s);
-			if (h != NULL && h->type == jbvString)
-				href = scalar_text(h);
-			if (a != NULL && a->type == jbvString)
-				alt = scalar_text(a);
-		}
 		if (!is_http_url(src))
 			continue;
-		if (!started)
-		{
-			push_key(st, "images");
-			pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
-			started = true;
-		}
-		pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+		begin_item(st, "images", &started);
 		push_field(st, "src", src);
 		if (is_http_url(href))
 			push_field(st, "href", href);
-		push_field(st, "alt", alt);
+		push_field(st, "alt", item_string(item, "alt"));
 		pushJsonbValue(st, WJB_END_OBJECT, NULL);
 	}
 	if (started)
