@@ -22,6 +22,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -143,9 +144,10 @@ pd_outbox_any_due(TimestampTz now)
 	SPIPlanPtr	plan;
 	bool		isnull;
 
+	/* min() reads one entry of the due index, whatever the backlog */
 	plan = pd_prepare(&due_plan,
-					  "SELECT EXISTS (SELECT 1 FROM pagerduty_outbox "
-					  "WHERE status = 'pending' AND next_attempt_at <= $1)",
+					  "SELECT coalesce(min(next_attempt_at) <= $1, false) "
+					  "FROM pagerduty_outbox WHERE status = 'pending'",
 					  1, argtypes);
 	/* not read-only: each call must take a fresh snapshot */
 	pd_execute(plan, values, NULL, false, 1, SPI_OK_SELECT);
@@ -203,6 +205,7 @@ pd_outbox_candidates(int limit, MemoryContext cxt, PdCandidate **out)
 	Datum		values[1] = {Int32GetDatum(limit)};
 	SPIPlanPtr	plan;
 	PdCandidate *c;
+	int			nestlevel;
 
 	plan = pd_prepare(&candidates_plan,
 					  "SELECT o.id, o.service, o.event_action, o.dedup_key, o.payload, "
@@ -218,7 +221,21 @@ pd_outbox_candidates(int limit, MemoryContext cxt, PdCandidate **out)
 					  "LIMIT $1 "
 					  "FOR UPDATE OF o SKIP LOCKED",
 					  1, argtypes);
+	/*
+	 * The claim must walk the due index in order and stop after 'limit'
+	 * heads.  Right after a burst into an empty outbox, before autovacuum has
+	 * analyzed it, the planner believes the outbox nearly empty and would
+	 * rather sort every due row, at every round: with a large backlog that
+	 * is the whole cost of delivery.  Sorting and bitmap scans are therefore
+	 * ruled out for this statement (and only for it).
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	pd_execute(plan, values, NULL, false, 0, SPI_OK_SELECT);
+	AtEOXact_GUC(true, nestlevel);
 
 	c = MemoryContextAllocZero(cxt, sizeof(PdCandidate) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
