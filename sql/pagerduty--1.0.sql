@@ -104,7 +104,7 @@ SELECT service,
        count(*) AS events,
        now() - min(enqueued_at) FILTER (WHERE status = 'pending') AS oldest_pending_age,
        max(last_attempt_at) AS last_attempt_at,
-       (array_agg(last_error ORDER BY coalesce(last_attempt_at, enqueued_at) DESC)
+       (pg_catalog.array_agg(last_error ORDER BY coalesce(last_attempt_at, enqueued_at) DESC)
             FILTER (WHERE last_error IS NOT NULL))[1] AS last_error
 FROM pagerduty_outbox
 GROUP BY service, status;
@@ -117,6 +117,8 @@ COMMENT ON VIEW pagerduty_status IS
 --
 -- The enqueue functions are SECURITY DEFINER with a fixed search_path, so a
 -- role that is granted EXECUTE can alert without any right on the tables.
+-- Built-in functions they call by name are qualified with pg_catalog, so
+-- that no overload created in the extension's schema can stand in for them.
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION pagerduty_add_service(name text, routing_key text,
@@ -180,9 +182,10 @@ AS 'MODULE_PATHNAME', 'pagerduty_build_payload';
 COMMENT ON FUNCTION pagerduty_build_payload(jsonb, text, text) IS
     'the body pagerduty_trigger() would send, routing_key left out; enqueues nothing';
 
+-- not SECURITY DEFINER: the row is read with the inserting role's rights,
+-- and only the enqueue runs as the extension's owner (see src/alert.c)
 CREATE FUNCTION pagerduty_alert() RETURNS trigger
-LANGUAGE C SECURITY DEFINER
-SET search_path = @extschema@, pg_temp
+LANGUAGE C
 AS 'MODULE_PATHNAME', 'pagerduty_alert';
 
 COMMENT ON FUNCTION pagerduty_alert() IS
@@ -227,10 +230,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the check after what it watches, such as ''replication_lag''.';
     END IF;
-    IF length(name) > 200 THEN
+    IF pg_catalog.length(name) > 200 THEN
         RAISE EXCEPTION 'check name is too long'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('The name has %s characters; at most 200 are allowed.', length(name)),
+                  DETAIL = pg_catalog.format('The name has %s characters; at most 200 are allowed.', pg_catalog.length(name)),
                   HINT = 'Use a shorter name: it is part of the incident''s dedup key.';
     END IF;
     IF failing IS NULL THEN
@@ -238,7 +241,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass true when the check fails and false when it passes; coalesce() a condition that may be null.';
     END IF;
-    IF event IS NULL OR jsonb_typeof(event) <> 'object' THEN
+    IF event IS NULL OR pg_catalog.jsonb_typeof(event) <> 'object' THEN
         RAISE EXCEPTION 'event must be a JSON object'
             USING ERRCODE = 'invalid_text_representation',
                   HINT = 'Pass a JSON object such as ''{"summary": "replication lag is 42 s"}'', or leave it out.';
@@ -251,13 +254,13 @@ BEGIN
         WHERE c.name = pagerduty_check.name FOR UPDATE;
 
     IF failing AND NOT state.failing THEN
-        check_key := format('pg-check:%s:%s:%s',
-                            left(md5((pg_catalog.pg_control_system()).system_identifier::text), 8),
+        check_key := pg_catalog.format('pg-check:%s:%s:%s',
+                            pg_catalog.left(pg_catalog.md5((pg_catalog.pg_control_system()).system_identifier::text), 8),
                             pg_catalog.current_database(), pagerduty_check.name);
         ev := event;
         IF NOT ev ?| ARRAY['summary', 'message', 'title'] THEN
-            ev := ev || jsonb_build_object('summary',
-                                           format('check %s is failing', pagerduty_check.name));
+            ev := ev || pg_catalog.jsonb_build_object('summary',
+                                           pg_catalog.format('check %s is failing', pagerduty_check.name));
         END IF;
         PERFORM pagerduty_trigger(ev, severity, service, check_key);
         SELECT s.name INTO used_service FROM pagerduty_services AS s
@@ -269,7 +272,11 @@ BEGIN
             WHERE c.name = pagerduty_check.name;
         RETURN 'triggered';
     ELSIF NOT failing AND state.failing THEN
-        -- resolve the incident where it was opened, whatever service is given now
+        -- resolve the incident where it was opened, whatever service is given
+        -- now; if that service has since been removed, where this call says
+        IF NOT EXISTS (SELECT FROM pagerduty_services AS s WHERE s.name = state.service) THEN
+            state.service := pagerduty_check.service;
+        END IF;
         PERFORM pagerduty_resolve(state.dedup_key, state.service);
         UPDATE pagerduty_checks AS c
             SET failing = false, changed_at = now(), checked_at = now()
@@ -318,15 +325,15 @@ FROM PUBLIC;
 DO $$
 BEGIN
     IF NOT EXISTS (
-        SELECT FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) AS l(lib)
-        WHERE regexp_replace(btrim(lib, ' "'), '^.*/', '') = 'pagerduty')
+        SELECT FROM pg_catalog.unnest(pg_catalog.string_to_array(pg_catalog.current_setting('shared_preload_libraries'), ',')) AS l(lib)
+        WHERE pg_catalog.regexp_replace(pg_catalog.btrim(lib, ' "'), '^.*/', '') = 'pagerduty')
     THEN
         RAISE WARNING 'pagerduty is not in shared_preload_libraries: events will be enqueued but not delivered'
             USING HINT = 'Add pagerduty to shared_preload_libraries, set pagerduty.database, and restart the server.';
-    ELSIF current_setting('pagerduty.database', true) IS DISTINCT FROM current_database() THEN
+    ELSIF pg_catalog.current_setting('pagerduty.database', true) IS DISTINCT FROM pg_catalog.current_database() THEN
         RAISE WARNING 'the pagerduty worker serves database "%", not this one: events enqueued here will not be delivered',
-                      current_setting('pagerduty.database', true)
-            USING HINT = format('Set pagerduty.database = %L and restart the server.', current_database());
+                      pg_catalog.current_setting('pagerduty.database', true)
+            USING HINT = pg_catalog.format('Set pagerduty.database = %L and restart the server.', pg_catalog.current_database());
     END IF;
 END
 $$;

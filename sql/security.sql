@@ -78,6 +78,29 @@ SELECT name, events_url FROM pagerduty_services WHERE events_url IS NOT NULL ORD
 SELECT count(*) AS keys_in_outbox FROM pagerduty_outbox o, pagerduty_services s
 WHERE o.payload::text LIKE '%' || s.routing_key || '%' OR o.event::text LIKE '%' || s.routing_key || '%';
 
+-- pagerduty_alert() reads the row with the inserting role's rights: a cast
+-- of a column type (run by to_jsonb) is the table owner's code and runs as
+-- the inserting role, never as the extension's owner
+CREATE ROLE pd_tricky LOGIN;
+GRANT CREATE ON SCHEMA public TO pd_tricky;
+GRANT EXECUTE ON FUNCTION pagerduty_alert() TO pd_tricky;
+SET ROLE pd_tricky;
+CREATE TYPE mood AS ENUM ('sad');
+CREATE FUNCTION mood_to_json(mood) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'the cast runs as %', current_user;
+    RETURN to_json($1::text);
+END $$;
+CREATE CAST (mood AS json) WITH FUNCTION mood_to_json(mood);
+CREATE TABLE tricky_errors (message text, feeling mood);
+CREATE TRIGGER tricky_page AFTER INSERT ON tricky_errors
+    FOR EACH ROW EXECUTE FUNCTION pagerduty_alert('billing');
+INSERT INTO tricky_errors VALUES ('m', 'sad');
+RESET ROLE;
+SELECT event FROM pagerduty_outbox ORDER BY id DESC LIMIT 1;
+DROP OWNED BY pd_tricky CASCADE;
+DROP ROLE pd_tricky;
+
 -- DROP EXTENSION takes everything with it
 DROP EXTENSION pagerduty;
 SELECT count(*) AS objects_left FROM pg_class WHERE relname LIKE 'pagerduty%';

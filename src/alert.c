@@ -19,6 +19,13 @@
  *	  come from, a DELETE or statement-level trigger, or an unknown service
  *	  is refused then rather than at the first insert.
  *
+ *	  The function is not SECURITY DEFINER: the row is turned into jsonb with
+ *	  the rights of whoever inserted it (to_jsonb may call the casts of its
+ *	  column types, which are the table owner's code, not ours).  Only the
+ *	  enqueue itself runs as the extension's owner, in a restricted security
+ *	  context with the search_path fixed, so that a role with no right on
+ *	  the extension's tables can still page.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -121,36 +128,92 @@ report_no_summary_column(Relation rel)
  * The row as jsonb, by calling to_jsonb(anyelement) with an expression that
  * tells it the row type.  The FmgrInfo is kept across calls of the trigger.
  */
-typedef struct RowToJsonbCache
+typedef struct AlertCache
 {
-	Oid			rowtype;
-	FmgrInfo	flinfo;
-} RowToJsonbCache;
+	Oid			owner;			/* of pagerduty_alert(): the extension's owner */
+	Oid			nsp;			/* its schema */
+	Oid			rowtype;		/* the row type flinfo is set up for */
+	FmgrInfo	flinfo;			/* to_jsonb(anyelement) */
+} AlertCache;
+
+static bool is_pagerduty_alert(Oid funcoid, Oid *owner, Oid *nsp);
+
+static AlertCache *
+get_cache(FunctionCallInfo fcinfo)
+{
+	AlertCache *cache = (AlertCache *) fcinfo->flinfo->fn_extra;
+
+	if (cache == NULL)
+	{
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(AlertCache));
+		if (!is_pagerduty_alert(fcinfo->flinfo->fn_oid, &cache->owner, &cache->nsp))
+			elog(ERROR, "could not find function %u", fcinfo->flinfo->fn_oid);
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	return cache;
+}
 
 static Jsonb *
 row_to_jsonb(FunctionCallInfo fcinfo, HeapTuple tuple, TupleDesc desc)
 {
-	RowToJsonbCache *cache = (RowToJsonbCache *) fcinfo->flinfo->fn_extra;
+	AlertCache *cache = get_cache(fcinfo);
 	MemoryContext fn_mcxt = fcinfo->flinfo->fn_mcxt;
 
-	if (cache == NULL || cache->rowtype != desc->tdtypeid)
+	if (cache->rowtype != desc->tdtypeid)
 	{
 		MemoryContext old = MemoryContextSwitchTo(fn_mcxt);
 		FuncExpr   *expr;
 
-		if (cache == NULL)
-			cache = palloc0(sizeof(RowToJsonbCache));
 		cache->rowtype = desc->tdtypeid;
 		fmgr_info_cxt(F_TO_JSONB, &cache->flinfo, fn_mcxt);
 		expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
 							list_make1(makeNullConst(desc->tdtypeid, -1, InvalidOid)),
 							InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
 		fmgr_info_set_expr((Node *) expr, &cache->flinfo);
-		fcinfo->flinfo->fn_extra = cache;
 		MemoryContextSwitchTo(old);
 	}
 	return DatumGetJsonbP(FunctionCall1(&cache->flinfo,
 										heap_copy_tuple_as_datum(tuple, desc)));
+}
+
+/* Running a piece of work as the extension's owner. */
+typedef struct AsOwner
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} AsOwner;
+
+/*
+ * Become the extension's owner, in a restricted security context, with the
+ * search_path set to the extension's schema, and connect to SPI: what
+ * SECURITY DEFINER ... SET search_path would do, for the enqueue only.
+ * An error on the way is cleaned up by the transaction's abort.
+ */
+static void
+begin_as_owner(AsOwner *as, Oid owner, Oid nsp)
+{
+	char	   *nspname = get_namespace_name(nsp);
+
+	if (nspname == NULL)
+		elog(ERROR, "cache lookup failed for namespace %u", nsp);
+	GetUserIdAndSecContext(&as->save_userid, &as->save_sec_context);
+	SetUserIdAndSecContext(owner, as->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	as->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path",
+							 psprintf("%s, pg_temp", quote_identifier(nspname)),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+end_as_owner(AsOwner *as)
+{
+	SPI_finish();
+	AtEOXact_GUC(true, as->save_nestlevel);
+	SetUserIdAndSecContext(as->save_userid, as->save_sec_context);
 }
 
 Datum
@@ -161,6 +224,8 @@ pagerduty_alert(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	AlertArgs	args;
 	Jsonb	   *event;
+	AlertCache *cache;
+	AsOwner		as;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -180,15 +245,17 @@ pagerduty_alert(PG_FUNCTION_ARGS)
 		report_no_summary_column(td->tg_relation);
 	parse_args(trigger->tgnargs, trigger->tgargs, &args);
 
+	/* with the inserting role's rights */
 	event = row_to_jsonb(fcinfo, tuple, td->tg_relation->rd_att);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	/* with the extension owner's */
+	cache = get_cache(fcinfo);
+	begin_as_owner(&as, cache->owner, cache->nsp);
 	if (args.nservices == 0)
 		pd_enqueue_trigger(event, args.severity, NULL, NULL);
 	for (int i = 0; i < args.nservices; i++)
 		pd_enqueue_trigger(event, args.severity, args.services[i], NULL);
-	SPI_finish();
+	end_as_owner(&as);
 
 	/* the row goes on unchanged (this matters only for BEFORE triggers) */
 	return PointerGetDatum(tuple);
@@ -231,26 +298,18 @@ is_pagerduty_alert(Oid funcoid, Oid *owner, Oid *nsp)
 /*
  * Check that the named services exist, as the extension's owner would see
  * them: whoever creates the trigger may have no right to read the table.
+ * Not while pg_dump's output is restored (check_function_bodies is off) or
+ * during pg_upgrade: a schema-only dump has no services yet.
  */
 static void
 check_services(AlertArgs *args, Oid owner, Oid nsp)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	AsOwner		as;
 
-	if (args->nservices == 0)
+	if (args->nservices == 0 || !check_function_bodies || IsBinaryUpgrade)
 		return;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path",
-							 psprintf("%s, pg_temp", quote_identifier(get_namespace_name(nsp))),
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	begin_as_owner(&as, owner, nsp);
 	for (int i = 0; i < args->nservices; i++)
 	{
 		if (!pd_service_exists(args->services[i]))
@@ -260,10 +319,7 @@ check_services(AlertArgs *args, Oid owner, Oid nsp)
 					 errdetail("The arguments of pagerduty_alert() are service names, then optionally a severity: critical, error, warning, info or default."),
 					 errhint("Add the service with pagerduty_add_service(), or correct the argument.")));
 	}
-	SPI_finish();
-
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	end_as_owner(&as);
 }
 
 /*

@@ -291,8 +291,8 @@ pd_http_start(PdHttpRequest *req)
 		SETOPT(easy, CURLOPT_ERRORBUFFER, req->error);
 		SETOPT(easy, CURLOPT_WRITEFUNCTION, write_callback);
 		SETOPT(easy, CURLOPT_WRITEDATA, req);
-		if (proxy[0] != '\0')
-			SETOPT(easy, CURLOPT_PROXY, proxy);
+		/* "" also keeps curl from taking a proxy from the environment */
+		SETOPT(easy, CURLOPT_PROXY, proxy);
 		if (ca_file[0] != '\0')
 			SETOPT(easy, CURLOPT_CAINFO, ca_file);
 
@@ -351,6 +351,17 @@ collect_done(void)
 		n_in_flight--;
 		dlist_push_tail(&done, &req->node);
 	}
+}
+
+/*
+ * curl_multi_socket_action() fails only on a bad socket or handle, which
+ * would be our bug; the transfers themselves report their own errors.
+ */
+static void
+check_action(CURLMcode rc)
+{
+	if (rc != CURLM_OK)
+		elog(WARNING, "curl_multi_socket_action failed: %s", curl_multi_strerror(rc));
 }
 
 /*
@@ -426,14 +437,14 @@ pd_http_wait(long timeout_ms, uint32 wait_event_info)
 		if (events[i].events & WL_SOCKET_WRITEABLE)
 			mask |= CURL_CSELECT_OUT;
 		if (mask != 0)
-			curl_multi_socket_action(multi, events[i].fd, mask, &running);
+			check_action(curl_multi_socket_action(multi, events[i].fd, mask, &running));
 	}
 	pfree(events);
 
 	if (timer_set && GetCurrentTimestamp() >= timer_deadline)
 	{
 		timer_set = false;
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		check_action(curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running));
 	}
 	collect_done();
 	return latch_set;

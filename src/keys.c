@@ -14,9 +14,9 @@
  *	  5 minutes.  Other keys go on.
  *
  *	  An event that may not go now is deferred in the outbox to the time it
- *	  can; the k-th deferred event of a key in one claim round is given the
- *	  k-th free slot, so a backlog is spread out instead of being claimed
- *	  and deferred again at every round.
+ *	  can; deferred events of a key are given slots spaced by the key's
+ *	  average interval (60 s / rate_limit), so a backlog is spread out
+ *	  instead of being claimed and deferred again at every round.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,8 +40,7 @@ struct PdKey
 	char		routing_key[PD_ROUTING_KEY_LEN + 1];	/* hash key */
 	TimestampTz paused_until;
 	int			throttle_streak;	/* 429s in a row without Retry-After */
-	int			round;			/* claim round of 'deferred' */
-	int			deferred;		/* events deferred in that round */
+	TimestampTz next_deferral;	/* the earliest slot left for a deferred event */
 	TimestampTz last_used;
 	/* ring of the last send times, oldest at 'start' */
 	int			capacity;
@@ -52,7 +51,6 @@ struct PdKey
 
 static HTAB *keys = NULL;
 static MemoryContext keys_cxt = NULL;
-static int	current_round = 0;
 
 void
 pd_keys_init(void)
@@ -82,8 +80,7 @@ pd_key_get(const char *routing_key)
 	{
 		key->paused_until = 0;
 		key->throttle_streak = 0;
-		key->round = current_round;
-		key->deferred = 0;
+		key->next_deferral = 0;
 		key->last_used = 0;
 		key->capacity = 0;
 		key->start = 0;
@@ -91,13 +88,6 @@ pd_key_get(const char *routing_key)
 		key->sends = NULL;
 	}
 	return key;
-}
-
-/* A new claim round: deferral slots are counted afresh. */
-void
-pd_keys_new_round(void)
-{
-	current_round++;
 }
 
 /* Make the ring hold exactly 'limit' sends, keeping the newest ones. */
@@ -122,27 +112,32 @@ resize(PdKey *key, int limit)
 }
 
 /*
+ * Hand out the next deferral slot: not before 'earliest', and spaced by the
+ * key's average interval after the slots already handed out, so that a
+ * backlog is spread over the coming minutes rather than piled on the same
+ * instant and deferred again.
+ */
+static TimestampTz
+defer_slot(PdKey *key, TimestampTz earliest, int rate_limit)
+{
+	int64		spacing = rate_limit > 0 ? PD_WINDOW_USECS / rate_limit : 10000;
+	TimestampTz slot = Max(earliest, key->next_deferral);
+
+	key->next_deferral = slot + spacing;
+	return slot;
+}
+
+/*
  * May an event of this key be sent at 'now'?  Returns 0 and counts the send
  * if so; otherwise the time to defer it to.
  */
 TimestampTz
 pd_key_admit(PdKey *key, TimestampTz now, int rate_limit)
 {
-	int			k;
-
 	key->last_used = now;
-	if (key->round != current_round)
-	{
-		key->round = current_round;
-		key->deferred = 0;
-	}
 
 	if (now < key->paused_until)
-	{
-		int64		spacing = rate_limit > 0 ? PD_WINDOW_USECS / rate_limit : 10000;
-
-		return key->paused_until + (key->deferred++) * spacing;
-	}
+		return defer_slot(key, key->paused_until, rate_limit);
 	if (rate_limit <= 0)
 		return 0;
 
@@ -159,10 +154,8 @@ pd_key_admit(PdKey *key, TimestampTz now, int rate_limit)
 		return 0;
 	}
 
-	/* the k-th deferred event goes when the k-th oldest send leaves the window */
-	k = key->deferred++;
-	return key->sends[(key->start + k % rate_limit) % key->capacity] +
-		PD_WINDOW_USECS * (1 + k / rate_limit) + 1000;
+	/* full: not before the oldest send leaves the window */
+	return defer_slot(key, key->sends[key->start] + PD_WINDOW_USECS + 1000, rate_limit);
 }
 
 /* PagerDuty answered 429: pause the key. */
@@ -175,6 +168,9 @@ pd_key_throttled(PdKey *key, TimestampTz now, long retry_after_s)
 		pause_ms = Min(retry_after_s, PD_RETRY_AFTER_MAX_S) * 1000;
 	else
 	{
+		/* the answers to requests sent together count as one 429 */
+		if (now < key->paused_until)
+			return;
 		pause_ms = (int64) PD_PAUSE_MIN_MS << Min(key->throttle_streak, 16);
 		pause_ms = Min(pause_ms, PD_PAUSE_MAX_MS);
 		key->throttle_streak++;

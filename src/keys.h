@@ -16,7 +16,6 @@ typedef struct PdKey PdKey;
 
 extern void pd_keys_init(void);
 extern PdKey *pd_key_get(const char *routing_key);
-extern void pd_keys_new_round(void);
 extern TimestampTz pd_key_admit(PdKey *key, TimestampTz now, int rate_limit);
 extern void pd_key_throttled(PdKey *key, TimestampTz now, long retry_after_s);
 extern void pd_key_accepted(PdKey *key);

@@ -84,6 +84,7 @@ pd_launcher_release_database(const char *dbname)
 	SpinLockAcquire(&pd_shared->mutex);
 	pd_shared->hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PD_HOLD_MS);
 	pid = pd_shared->worker_pid;
+	pd_shared->worker_asked_to_leave = (pid != 0);
 	SpinLockRelease(&pd_shared->mutex);
 
 	/* the worker exits on SIGTERM; DROP DATABASE waits for it to be gone */
@@ -193,6 +194,8 @@ pagerduty_launcher_main(Datum main_arg)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		TimestampTz hold_until;
+		pid_t		other_worker;
+		bool		asked;
 		long		wait_ms = PD_DATABASE_POLL_MS;
 
 		CHECK_FOR_INTERRUPTS();
@@ -211,11 +214,22 @@ pagerduty_launcher_main(Datum main_arg)
 				case BGWH_STOPPED:
 					pfree(handle);
 					handle = NULL;
-					/* a worker that ran for a while is restarted at once */
-					if (TimestampDifferenceExceeds(started_at, now, PD_RESTART_MAX_MS))
+
+					/*
+					 * A worker that ran for a while, or that left because it
+					 * was asked to, is started again after the shortest
+					 * delay; one that keeps exiting young, after longer and
+					 * longer ones.
+					 */
+					SpinLockAcquire(&pd_shared->mutex);
+					asked = pd_shared->worker_asked_to_leave;
+					pd_shared->worker_asked_to_leave = false;
+					SpinLockRelease(&pd_shared->mutex);
+					if (asked || TimestampDifferenceExceeds(started_at, now, PD_RESTART_MAX_MS))
 						restart_delay_ms = PD_RESTART_MIN_MS;
 					next_start = TimestampTzPlusMilliseconds(now, restart_delay_ms);
-					restart_delay_ms = Min(restart_delay_ms * 2, PD_RESTART_MAX_MS);
+					if (!asked)
+						restart_delay_ms = Min(restart_delay_ms * 2, PD_RESTART_MAX_MS);
 					break;
 				case BGWH_POSTMASTER_DIED:
 					proc_exit(1);
@@ -227,9 +241,16 @@ pagerduty_launcher_main(Datum main_arg)
 
 		SpinLockAcquire(&pd_shared->mutex);
 		hold_until = pd_shared->hold_until;
+		other_worker = pd_shared->worker_pid;
 		SpinLockRelease(&pd_shared->mutex);
 
-		if (handle == NULL)
+		/*
+		 * A worker started by an earlier launcher (this one was restarted)
+		 * still runs: there must never be two, so wait for it to go.
+		 */
+		if (handle == NULL && other_worker != 0)
+			wait_ms = 1000;
+		else if (handle == NULL)
 		{
 			TimestampTz not_before = Max(next_start, hold_until);
 

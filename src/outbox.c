@@ -92,9 +92,10 @@ pd_outbox_insert(const char *service, PdAction action, const char *dedup_key,
 
 /*
  * Put failed events (one, or all) back to pending with a fresh count of
- * attempts.  A failed event whose queue has since delivered a later event
- * stays failed: sending it now would reorder the queue (an old trigger
- * after its resolve would open an incident nobody resolves).  *skipped
+ * attempts.  A failed event whose queue has since delivered (or is
+ * sending) a later event stays failed: sending it now would reorder the
+ * queue (an old trigger after its resolve would open an incident nobody
+ * resolves).  *skipped
  * says how many were left failed for that reason.
  */
 int64
@@ -113,7 +114,8 @@ pd_outbox_retry(bool all, int64 id, int64 *skipped)
 					  "WHERE o.status = 'failed' AND ($1::bigint IS NULL OR o.id = $1) "
 					  "AND NOT EXISTS (SELECT 1 FROM pagerduty_outbox l "
 					  "  WHERE l.service = o.service AND l.dedup_key = o.dedup_key "
-					  "  AND l.id > o.id AND l.status = 'delivered')",
+					  "  AND l.id > o.id "
+					  "  AND (l.status = 'delivered' OR l.claimed_at IS NOT NULL))",
 					  1, argtypes);
 	pd_execute(plan, values, nulls, false, 0, SPI_OK_UPDATE);
 	done = SPI_processed;
@@ -195,7 +197,8 @@ copy_text(MemoryContext cxt, HeapTuple tuple, TupleDesc desc, int col, int *len)
 
 /*
  * Lock and return up to 'limit' due heads of queues, oldest due first,
- * copied into cxt.  Rows locked by someone else are skipped, not waited
+ * copied into cxt.  A queue with an event in flight gives out nothing else
+ * until that event's outcome is recorded.  Rows locked by someone else are skipped, not waited
  * for.  The routing key is read now, at send time, from the service.
  */
 int
@@ -216,7 +219,8 @@ pd_outbox_candidates(int limit, MemoryContext cxt, PdCandidate **out)
 					  "AND o.next_attempt_at <= now() "
 					  "AND NOT EXISTS (SELECT 1 FROM pagerduty_outbox p "
 					  "  WHERE p.status = 'pending' AND p.service = o.service "
-					  "  AND p.dedup_key = o.dedup_key AND p.id < o.id) "
+					  "  AND p.dedup_key = o.dedup_key "
+					  "  AND (p.id < o.id OR p.claimed_at IS NOT NULL)) "
 					  "ORDER BY o.next_attempt_at, o.id "
 					  "LIMIT $1 "
 					  "FOR UPDATE OF o SKIP LOCKED",
@@ -308,7 +312,8 @@ pd_outbox_defer(const int64 *ids, const TimestampTz *at, int n)
 		return;
 	plan = pd_prepare(&defer_plan,
 					  "UPDATE pagerduty_outbox o SET next_attempt_at = d.at "
-					  "FROM unnest($1, $2) AS d(id, at) WHERE o.id = d.id",
+					  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS d(id, at) "
+					  "WHERE o.id = d.id",
 					  2, argtypes);
 	d = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
@@ -325,9 +330,10 @@ pd_outbox_defer(const int64 *ids, const TimestampTz *at, int n)
 void
 pd_outbox_record(const PdOutcome *outcomes, int n)
 {
-	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		values[6];
+	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID};
+	Datum		values[7];
+	Datum	   *refund;
 	Datum	   *ids;
 	Datum	   *status;
 	Datum	   *http;
@@ -352,17 +358,21 @@ pd_outbox_record(const PdOutcome *outcomes, int n)
 	next = palloc(sizeof(Datum) * n);
 	next_null = palloc(sizeof(bool) * n);
 	at = palloc(sizeof(Datum) * n);
+	refund = palloc(sizeof(Datum) * n);
 	plan = pd_prepare(&record_plan,
 					  "UPDATE pagerduty_outbox o "
 					  "SET status = r.status, http_status = r.http_status, "
 					  "    last_error = r.last_error, claimed_at = NULL, "
 					  "    next_attempt_at = coalesce(r.next_at, o.next_attempt_at), "
 					  "    delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END, "
-					  "    finished_at = CASE WHEN r.status <> 'pending' THEN r.at END "
-					  "FROM unnest($1, $2, $3, $4, $5, $6) "
-					  "  AS r(id, status, http_status, last_error, next_at, at) "
+					  "    finished_at = CASE WHEN r.status <> 'pending' THEN r.at END, "
+					  "    attempts = CASE WHEN r.refund THEN o.attempts - 1 ELSE o.attempts END "
+					  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+					  "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+					  "  pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+					  "  AS r(id, status, http_status, last_error, next_at, at, refund) "
 					  "WHERE o.id = r.id",
-					  6, argtypes);
+					  7, argtypes);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -377,6 +387,7 @@ pd_outbox_record(const PdOutcome *outcomes, int n)
 		next_null[i] = (strcmp(o->status, "pending") != 0);
 		next[i] = TimestampTzGetDatum(o->next_attempt_at);
 		at[i] = TimestampTzGetDatum(o->at);
+		refund[i] = BoolGetDatum(o->refund_attempt);
 	}
 	values[0] = PointerGetDatum(construct_array_builtin(ids, n, INT8OID));
 	values[1] = PointerGetDatum(construct_array_builtin(status, n, TEXTOID));
@@ -388,6 +399,7 @@ pd_outbox_record(const PdOutcome *outcomes, int n)
 												   TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL,
 												   TYPALIGN_DOUBLE));
 	values[5] = timestamptz_array(at, n);
+	values[6] = PointerGetDatum(construct_array(refund, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 	pd_execute(plan, values, NULL, false, 0, SPI_OK_UPDATE);
 }
 
@@ -419,12 +431,18 @@ pd_outbox_next_due(void)
 	bool		isnull;
 	Datum		d;
 
-	pd_execute(plan, NULL, NULL, true, 1, SPI_OK_SELECT);
+	/* not read-only: it must see the deferrals this transaction just made */
+	pd_execute(plan, NULL, NULL, false, 1, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Delete up to 'limit' delivered or failed rows older than the retention. */
+/*
+ * Delete up to 'limit' delivered or failed rows older than the retention.
+ * Rows locked by someone else are skipped, not waited for, and the outer
+ * conditions are checked again on the row found: a row put back to
+ * pending by a concurrent pagerduty_retry() is never deleted.
+ */
 uint64
 pd_outbox_purge(int retention_s, int limit)
 {
@@ -433,11 +451,14 @@ pd_outbox_purge(int retention_s, int limit)
 	SPIPlanPtr	plan;
 
 	plan = pd_prepare(&purge_plan,
-					  "DELETE FROM pagerduty_outbox WHERE id IN ("
+					  "DELETE FROM pagerduty_outbox o "
+					  "WHERE o.status <> 'pending' "
+					  "AND o.finished_at < now() - pg_catalog.make_interval(secs => $1) "
+					  "AND o.id IN ("
 					  "  SELECT id FROM pagerduty_outbox "
 					  "  WHERE status <> 'pending' "
-					  "  AND finished_at < now() - make_interval(secs => $1) "
-					  "  LIMIT $2)",
+					  "  AND finished_at < now() - pg_catalog.make_interval(secs => $1) "
+					  "  LIMIT $2 FOR UPDATE SKIP LOCKED)",
 					  2, argtypes);
 	pd_execute(plan, values, NULL, false, 0, SPI_OK_DELETE);
 	return SPI_processed;

@@ -40,6 +40,7 @@ typedef struct PdOutcome
 	int			http_status;	/* 0: none (network error, not sent) */
 	char	   *last_error;		/* NULL: none */
 	TimestampTz next_attempt_at;	/* for "pending": when to try again */
+	bool		refund_attempt; /* the attempt does not count (429, not sent) */
 	TimestampTz at;				/* when the outcome was known */
 } PdOutcome;
 

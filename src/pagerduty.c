@@ -21,6 +21,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 
 #include "alert.h"
 #include "launcher.h"
@@ -37,8 +38,11 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
-/* this transaction enqueued something: wake the worker at commit */
+/* wake the worker when this transaction commits */
 static bool wake_at_commit = false;
+
+/* this transaction enqueued events (pagerduty_wait() cannot wait for them) */
+static bool enqueued_in_xact = false;
 
 /* this transaction created a database: the launcher may be waiting for it */
 static bool wake_launcher_at_commit = false;
@@ -105,12 +109,13 @@ void
 pd_note_enqueue(void)
 {
 	wake_at_commit = true;
+	enqueued_in_xact = true;
 }
 
 bool
 pd_enqueued_in_xact(void)
 {
-	return wake_at_commit;
+	return enqueued_in_xact;
 }
 
 /*
@@ -130,13 +135,13 @@ pd_xact_callback(XactEvent event, void *arg)
 				pd_wake_worker();
 			if (wake_launcher_at_commit)
 				pd_wake_launcher();
-			wake_at_commit = wake_launcher_at_commit = false;
+			wake_at_commit = wake_launcher_at_commit = enqueued_in_xact = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction's events go when the safety-net poll sees them */
-			wake_at_commit = wake_launcher_at_commit = false;
+			wake_at_commit = wake_launcher_at_commit = enqueued_in_xact = false;
 			break;
 		default:
 			return;
@@ -153,21 +158,27 @@ pd_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* The database a statement needs to have no other sessions in, or NULL. */
+/*
+ * The database a statement needs to have no other sessions in, or NULL.
+ * *top_level_only: the statement cannot run in a transaction block.
+ */
 static const char *
-database_needing_exclusive_access(Node *stmt)
+database_needing_exclusive_access(Node *stmt, bool *top_level_only)
 {
 	ListCell   *lc;
 
+	*top_level_only = false;
 	switch (nodeTag(stmt))
 	{
 		case T_DropdbStmt:
+			*top_level_only = true;
 			return ((DropdbStmt *) stmt)->dbname;
 		case T_RenameStmt:
 			if (((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
 				return ((RenameStmt *) stmt)->subname;
 			return NULL;
 		case T_CreatedbStmt:
+			*top_level_only = true;
 			foreach(lc, ((CreatedbStmt *) stmt)->options)
 			{
 				DefElem    *opt = lfirst_node(DefElem, lc);
@@ -207,15 +218,26 @@ pd_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *stmt = pstmt->utilityStmt;
 	const char *exclusive_db = NULL;
+	bool		top_level_only;
 
 	/*
 	 * Ask the worker to leave before the command looks for other sessions;
-	 * it may come back when this transaction ends, whichever way.
+	 * it may come back when this transaction ends, whichever way.  Only for
+	 * a command that can succeed: run by the database's owner (every one of
+	 * these commands requires that), and outside a transaction block where
+	 * it must be.  Otherwise anyone could keep the worker away by issuing
+	 * commands bound to fail.
 	 */
 	if (pd_shared != NULL)
-		exclusive_db = database_needing_exclusive_access(stmt);
-	if (exclusive_db != NULL && pd_launcher_release_database(exclusive_db))
-		release_at_xact_end = true;
+		exclusive_db = database_needing_exclusive_access(stmt, &top_level_only);
+	if (exclusive_db != NULL && !(top_level_only && IsTransactionBlock()))
+	{
+		Oid			dboid = get_database_oid(exclusive_db, true);
+
+		if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()) &&
+			pd_launcher_release_database(exclusive_db))
+			release_at_xact_end = true;
+	}
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -228,7 +250,7 @@ pd_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		pd_alert_check_create_trigger((CreateTrigStmt *) stmt);
 	else if (IsA(stmt, CreateExtensionStmt) &&
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "pagerduty") == 0)
-		pd_note_enqueue();
+		wake_at_commit = true;	/* the worker waits for the extension */
 	else if (IsA(stmt, CreatedbStmt))
 		wake_launcher_at_commit = true;
 }

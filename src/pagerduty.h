@@ -31,6 +31,7 @@ typedef struct PdShared
 	 * leave; the launcher starts none before this time.
 	 */
 	TimestampTz hold_until;
+	bool		worker_asked_to_leave;	/* its exit is not a failure */
 } PdShared;
 
 /* NULL unless the library was preloaded */

@@ -113,6 +113,18 @@ get_text_column(HeapTuple tuple, TupleDesc desc, const char *column)
 }
 
 static bool
+column_is_null(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	int			attno = SPI_fnumber(desc, column);
+	bool		isnull;
+
+	if (attno <= 0)
+		elog(ERROR, "pagerduty_services has no column \"%s\"", column);
+	(void) SPI_getbinval(tuple, desc, attno, &isnull);
+	return isnull;
+}
+
+static bool
 get_bool_column(HeapTuple tuple, TupleDesc desc, const char *column)
 {
 	int			attno = SPI_fnumber(desc, column);
@@ -145,6 +157,7 @@ check_routing_key(const char *service, const char *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid routing key for service \"%s\"", service),
+				 errhidestmt(true),
 				 key == NULL ?
 				 errdetail("The routing key is null.") :
 				 errdetail("A routing key is %d letters and digits; the one given has %d characters%s.",
@@ -160,11 +173,13 @@ check_name_and_url(const char *name, const char *events_url)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("service name must not be empty"),
+				 errhidestmt(true),
 				 errhint("Name the service after the PagerDuty service it pages, such as 'database'.")));
 	if (events_url != NULL && !pd_is_http_url(events_url))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid events URL for service \"%s\"", name),
+				 errhidestmt(true),
 				 errdetail("The events URL must be an http:// or https:// URL."),
 				 errhint("Leave it null to use pagerduty.events_url.")));
 }
@@ -176,6 +191,7 @@ check_may_set_events_url(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to set the events URL of service \"%s\"", name),
+				 errhidestmt(true),
 				 errdetail("Only superusers can change where events are sent."),
 				 errhint("Leave events_url null to use pagerduty.events_url.")));
 }
@@ -198,6 +214,7 @@ check_single_default(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("service \"%s\" is already the default service", other),
+				 errhidestmt(true),
 				 errdetail("There can be at most one default service."),
 				 errhint("Make \"%s\" a non-default service first, with pagerduty_add_service().",
 						 other)));
@@ -271,6 +288,13 @@ pagerduty_services_guard(PG_FUNCTION_ARGS)
 	name = get_text_column(newtuple, desc, "name");
 	events_url = get_text_column(newtuple, desc, "events_url");
 	check_name_and_url(name, events_url);
+	/* the NOT NULL constraints would show the row, routing key and all */
+	if (column_is_null(newtuple, desc, "is_default") ||
+		column_is_null(newtuple, desc, "created_at"))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("is_default and created_at of service \"%s\" must not be null", name),
+				 errhidestmt(true)));
 	check_routing_key(name, get_text_column(newtuple, desc, "routing_key"));
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))

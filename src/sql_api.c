@@ -223,20 +223,42 @@ pagerduty_add_service(PG_FUNCTION_ARGS)
 	char	   *routing_key = text_arg(fcinfo, 1);
 	bool		is_default = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
 	char	   *events_url = text_arg(fcinfo, 3);
+	MemoryContext cxt = CurrentMemoryContext;
 
 	if (name == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("service name must not be null")));
+				 errmsg("service name must not be null"),
+				 errhidestmt(true)));
 	if (routing_key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("routing key must not be null"),
+				 errhidestmt(true),
 				 errhint("Use the Integration Key of an Events API v2 integration, from the service's Integrations tab in PagerDuty.")));
 
-	connect_spi();
-	pd_add_service(name, routing_key, is_default, events_url);
-	finish_spi();
+	/*
+	 * The statement that called us holds the routing key: whatever goes
+	 * wrong, the error must not bring it into the server log as its
+	 * STATEMENT line.
+	 */
+	PG_TRY();
+	{
+		connect_spi();
+		pd_add_service(name, routing_key, is_default, events_url);
+		finish_spi();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		edata->hide_stmt = true;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 	PG_RETURN_VOID();
 }
 
@@ -260,7 +282,7 @@ pagerduty_retry(PG_FUNCTION_ARGS)
 				(errmsg_plural("%lld failed event was not put back",
 							   "%lld failed events were not put back",
 							   skipped, (long long) skipped),
-				 errdetail("A later event with the same service and dedup key has been delivered; sending the older one now would reorder them.")));
+				 errdetail("A later event with the same service and dedup key has been delivered, or is being sent; sending the older one now would reorder them.")));
 	if (done > 0)
 		pd_note_enqueue();
 	PG_RETURN_INT64(done);

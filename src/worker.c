@@ -124,6 +124,9 @@ static MemoryContext loop_cxt;
 static dlist_head ready = DLIST_STATIC_INIT(ready);
 static int	n_ready = 0;
 
+/* jobs of a claim whose transaction has not committed (yet) */
+static dlist_head uncommitted = DLIST_STATIC_INIT(uncommitted);
+
 static PdOutcome *outcomes = NULL;
 static int	n_outcomes = 0;
 static int	max_outcomes = 0;
@@ -147,9 +150,12 @@ static void
 worker_detach(int code, Datum arg)
 {
 	SpinLockAcquire(&pd_shared->mutex);
-	pd_shared->worker_pid = 0;
-	pd_shared->worker_latch = NULL;
-	pd_shared->worker_dboid = InvalidOid;
+	if (pd_shared->worker_pid == MyProcPid)
+	{
+		pd_shared->worker_pid = 0;
+		pd_shared->worker_latch = NULL;
+		pd_shared->worker_dboid = InvalidOid;
+	}
 	SpinLockRelease(&pd_shared->mutex);
 }
 
@@ -215,7 +221,7 @@ clean_error(const char *text, const char *routing_key)
 
 static void
 add_outcome(int64 id, const char *status, int http_status, const char *error,
-			TimestampTz next_attempt_at)
+			TimestampTz next_attempt_at, bool refund_attempt)
 {
 	PdOutcome  *o;
 	MemoryContext old = MemoryContextSwitchTo(outcomes_cxt);
@@ -232,6 +238,7 @@ add_outcome(int64 id, const char *status, int http_status, const char *error,
 	o->http_status = http_status;
 	o->last_error = error ? pstrdup(error) : NULL;
 	o->next_attempt_at = next_attempt_at;
+	o->refund_attempt = refund_attempt;
 	o->at = GetCurrentTimestamp();
 	if (n_outcomes == 1)
 		first_outcome_at = o->at;
@@ -246,6 +253,21 @@ forget_outcomes(void)
 	n_outcomes = max_outcomes = 0;
 }
 
+/* Free the jobs of a claim that did not commit. */
+static void
+drop_uncommitted(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &uncommitted)
+	{
+		Job		   *job = dlist_container(Job, node, iter.cur);
+
+		dlist_delete(&job->node);
+		MemoryContextDelete(job->cxt);
+	}
+}
+
 /* Drop everything claimed from an outbox that is gone. */
 static void
 forget_local_state(void)
@@ -253,6 +275,7 @@ forget_local_state(void)
 	pd_http_cancel_all();
 	MemoryContextReset(jobs_cxt);
 	dlist_init(&ready);
+	dlist_init(&uncommitted);
 	n_ready = 0;
 	forget_outcomes();
 	next_due = 0;
@@ -302,6 +325,7 @@ begin_txn(const char *activity)
 	Oid			ext;
 	Oid			outbox;
 	Oid			services;
+	char	   *nspname;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -321,8 +345,11 @@ begin_txn(const char *activity)
 		!ConditionalLockRelationOid(services, AccessShareLock))
 		return TXN_BUSY;
 
+	nspname = get_namespace_name(nsp);
+	if (nspname == NULL)
+		return TXN_NO_EXTENSION;	/* its schema was just dropped */
 	(void) set_config_option("search_path",
-							 psprintf("%s, pg_temp", quote_identifier(get_namespace_name(nsp))),
+							 psprintf("%s, pg_temp", quote_identifier(nspname)),
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 
 	if (ext != served_extension)
@@ -376,7 +403,10 @@ begin_or_step_aside(const char *activity)
 		extension_missing = true;
 	}
 	else
+	{
 		backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PD_BACKOFF_MS);
+		want_claim = true;		/* once the back-off is over */
+	}
 	return false;
 }
 
@@ -411,8 +441,12 @@ run_txn(void (*work) (void))
 		last_error_code = edata->sqlerrcode;
 		FreeErrorData(edata);
 		backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PD_BACKOFF_MS);
+		want_claim = true;		/* once the back-off is over */
 	}
 	PG_END_TRY();
+
+	/* committing or aborting left us in TopMemoryContext: back to the loop's */
+	MemoryContextSwitchTo(cxt);
 }
 
 /* ----------------------------------------------------------------
@@ -447,7 +481,7 @@ fail_now(PdCandidate *c, const char *why)
 	ereport(WARNING,
 			(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
 					(long long) c->id, c->service, why)));
-	add_outcome(c->id, "failed", 0, why, 0);
+	add_outcome(c->id, "failed", 0, why, 0, false);
 }
 
 /*
@@ -473,6 +507,7 @@ claim(void)
 	int			failed_before = n_outcomes;
 
 	MemoryContextReset(claim_cxt);
+	drop_uncommitted();			/* a claim that failed to commit claimed nothing */
 	if (!begin_or_step_aside("claiming events"))
 		return;
 
@@ -483,7 +518,6 @@ claim(void)
 	urls = MemoryContextAlloc(claim_cxt, sizeof(char *) * Max(n, 1));
 	admitted = MemoryContextAlloc(claim_cxt, sizeof(PdCandidate *) * Max(n, 1));
 
-	pd_keys_new_round();
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < n; i++)
 	{
@@ -535,14 +569,24 @@ claim(void)
 		n_outcomes = failed_before;
 	}
 	next_due = pd_outbox_next_due();
-	end_txn(true);
 
-	/* claimed for good: these may go now */
+	/*
+	 * Ready the jobs before committing: once the claims are committed,
+	 * nothing may fail between them and the sends, or rows would stay
+	 * claimed by a worker that forgot them.
+	 */
 	for (int i = 0; i < n_admitted; i++)
 	{
 		Job		   *job = make_job(admitted[i], urls[i]);
 
-		dlist_push_tail(&ready, &job->node);
+		dlist_push_tail(&uncommitted, &job->node);
+	}
+	end_txn(true);
+
+	/* claimed for good: these may go now */
+	while (!dlist_is_empty(&uncommitted))
+	{
+		dlist_push_tail(&ready, dlist_pop_head_node(&uncommitted));
 		n_ready++;
 	}
 	want_claim = more || n == pd_batch_size;
@@ -578,12 +622,13 @@ retry_or_fail(Job *job, int http_status, const char *error, TimestampTz now)
 		ereport(WARNING,
 				(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
 						(long long) job->id, job->service, why)));
-		add_outcome(job->id, "failed", http_status, why, 0);
+		add_outcome(job->id, "failed", http_status, why, 0, false);
 	}
 	else
 	{
 		elog(DEBUG1, "pagerduty: event %lld will be retried: %s", (long long) job->id, error);
-		add_outcome(job->id, "pending", http_status, error, retry_time(job->attempts, now));
+		add_outcome(job->id, "pending", http_status, error,
+					retry_time(job->attempts, now), false);
 	}
 }
 
@@ -606,7 +651,7 @@ judge(Job *job)
 			ereport(WARNING,
 					(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
 							(long long) job->id, job->service, reason)));
-			add_outcome(job->id, "failed", 0, reason, 0);
+			add_outcome(job->id, "failed", 0, reason, 0, false);
 		}
 		else
 			retry_or_fail(job, 0, reason, now);
@@ -616,7 +661,7 @@ judge(Job *job)
 	if (req->status >= 200 && req->status < 300)
 	{
 		pd_key_accepted(key);
-		add_outcome(job->id, "delivered", (int) req->status, NULL, 0);
+		add_outcome(job->id, "delivered", (int) req->status, NULL, 0, false);
 		return;
 	}
 
@@ -627,23 +672,33 @@ judge(Job *job)
 
 	if (req->status == 429)
 	{
-		/* the key pauses; the event keeps its place and is not failed */
+		/*
+		 * The key pauses; the event keeps its place, and the attempt is
+		 * given back: throttling never makes an event fail.
+		 */
 		pd_key_throttled(key, now, req->retry_after_s);
 		ereport(LOG,
 				(errmsg("pagerduty: PagerDuty throttled routing key %s; pausing it until %s",
 						key_hint(job->routing_key),
 						timestamptz_to_str(pd_key_paused_until(key)))));
-		add_outcome(job->id, "pending", 429, reason, pd_key_paused_until(key));
+		add_outcome(job->id, "pending", 429, reason, pd_key_paused_until(key), true);
 	}
-	else if (req->status == 408 || req->status >= 500)
-		retry_or_fail(job, (int) req->status, reason, now);
-	else
+	else if (req->status == 400)
 	{
-		/* 400 (PagerDuty refused the event) and other answers that a retry will not change */
+		/* PagerDuty refused the event itself: sending it again will not help */
 		ereport(WARNING,
 				(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
 						(long long) job->id, job->service, reason)));
-		add_outcome(job->id, "failed", (int) req->status, reason, 0);
+		add_outcome(job->id, "failed", (int) req->status, reason, 0, false);
+	}
+	else
+	{
+		/*
+		 * 5xx, 408, and the other answers, which may come from a proxy or a
+		 * misconfiguration being fixed (401, 403, 404, 407): retried, within
+		 * pagerduty.max_attempts.
+		 */
+		retry_or_fail(job, (int) req->status, reason, now);
 	}
 }
 
@@ -654,8 +709,21 @@ start_ready_jobs(void)
 	{
 		Job		   *job = dlist_container(Job, node, dlist_pop_head_node(&ready));
 		MemoryContext cxt = CurrentMemoryContext;
+		TimestampTz paused_until;
 
 		n_ready--;
+
+		/* its key was paused by a 429 since it was claimed: it waits, unsent */
+		paused_until = pd_key_paused_until(pd_key_get(job->routing_key));
+		if (paused_until > GetCurrentTimestamp())
+		{
+			add_outcome(job->id, "pending", 0,
+						"not sent: the routing key is paused after a 429 from PagerDuty",
+						paused_until, true);
+			MemoryContextDelete(job->cxt);
+			continue;
+		}
+
 		job->req.url = job->url;
 		job->req.body = job->body;
 		job->req.body_len = job->body_len;
@@ -749,6 +817,8 @@ pagerduty_worker_main(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
 	TimestampTz hold_until;
+	pid_t		other;
+	sigjmp_buf	local_sigjmp_buf;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -758,13 +828,26 @@ pagerduty_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("pagerduty worker");
 
+	/*
+	 * Only one worker may ever serve the outbox: at start it puts back the
+	 * events that were in flight, which must be nobody's.
+	 */
 	SpinLockAcquire(&pd_shared->mutex);
 	hold_until = pd_shared->hold_until;
-	pd_shared->worker_pid = MyProcPid;
-	pd_shared->worker_latch = MyLatch;
-	pd_shared->worker_dboid = dboid;
+	other = pd_shared->worker_pid;
+	if (other == 0)
+	{
+		pd_shared->worker_pid = MyProcPid;
+		pd_shared->worker_latch = MyLatch;
+		pd_shared->worker_dboid = dboid;
+	}
 	SpinLockRelease(&pd_shared->mutex);
 	on_shmem_exit(worker_detach, (Datum) 0);
+	if (other != 0)
+	{
+		elog(LOG, "pagerduty worker: another worker (PID %d) is running; exiting", (int) other);
+		proc_exit(0);
+	}
 
 	/* DROP DATABASE asked us to stay away */
 	if (GetCurrentTimestamp() < hold_until)
@@ -784,6 +867,26 @@ pagerduty_worker_main(Datum main_arg)
 
 	ereport(LOG,
 			(errmsg("pagerduty worker started for database \"%s\"", pd_database)));
+
+	/*
+	 * An error outside the transactions of run_txn() (a query cancel, say)
+	 * comes back here, as in PostgreSQL's own background processes: report
+	 * it, clean up, and carry on after a pause instead of exiting, which
+	 * would send the events in flight again.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		RESUME_INTERRUPTS();
+		backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PD_BACKOFF_MS);
+		want_claim = true;
+	}
+	PG_exception_stack = &local_sigjmp_buf;
 
 	for (;;)
 	{
@@ -832,7 +935,7 @@ pagerduty_worker_main(Datum main_arg)
 		/* sleep until the network, the latch, or the next thing to do */
 		now = GetCurrentTimestamp();
 		db_at = next_poll;
-		if (want_claim && n_ready < pd_max_connections)
+		if (want_claim && n_ready < pd_max_connections && n_outcomes == 0)
 			db_at = now;
 		if (next_due != 0)
 			db_at = Min(db_at, next_due);

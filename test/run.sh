@@ -40,7 +40,12 @@ chown -R "$user" "$work"
 status=0
 runuser -u "$user" -- env -i PATH="$PATH" HOME="$work" LANG=C.UTF-8 \
 	${PAGERDUTY_ROUTING_KEY:+PAGERDUTY_ROUTING_KEY="$PAGERDUTY_ROUTING_KEY"} \
+	${BENCH_OUT:+BENCH_OUT="$work/bench.md"} \
 	bash -c "cd '$work' && $cmd" || status=$?
+# the benchmark's Markdown report, written where the unprivileged user could
+if [ -n "${BENCH_OUT:-}" ] && [ -f "$work/bench.md" ]; then
+	cp "$work/bench.md" "$BENCH_OUT"
+fi
 
 if [ $status -ne 0 ]; then
 	if [ "$step" = test ]; then

@@ -135,7 +135,7 @@ is_deeply([ map { $_->{status} } @$reqs ], [ 429, 202, 202 ], 'one 429, then acc
 ok($reqs->[1]{t} - $reqs->[0]{t} >= 2.9, 'no request for that key before Retry-After (3 s) passed');
 my $other = PagerDutyTest::requests_for($api, $k[2])->[0];
 ok($other->{t} < $reqs->[1]{t}, 'the other key was sent before the pause ended');
-is(row('throttled-1', 'attempts'), '2', 'a 429 counts as an attempt');
+is(row('throttled-1', 'attempts'), '1', 'a 429 does not use up an attempt');
 
 # 429 without Retry-After: a default pause (5 s), then delivered.
 $api->clear_requests;
@@ -144,6 +144,11 @@ trigger('s3', 'throttled-no-header');
 ok(wait_status('throttled-no-header', 'delivered'), '429 without Retry-After: delivered after a pause');
 $reqs = PagerDutyTest::requests_for($api, $k[3]);
 ok($reqs->[1]{t} - $reqs->[0]{t} >= 4.9, 'the default pause is 5 s');
+
+# A failing pagerduty_add_service() call does not bring its key into the
+# log as the STATEMENT of the error.
+my ($ret, $out, $err) = $node->psql('app', "SELECT pagerduty_add_service('second-default', '$k[9]', true)");
+like($err, qr/is already the default service/, 'a second default service is refused');
 
 # The server log names events and services, never a routing key.
 my $log = slurp_file($node->logfile);

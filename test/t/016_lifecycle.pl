@@ -95,6 +95,30 @@ $locker->query_safe('COMMIT;');
 $locker->quit;
 ok(delivered($node, 'after the lock'), 'and delivers once the lock is gone');
 
+# A role that may not drop the database cannot send the worker away by
+# trying to.
+my $pid_before = PagerDutyTest::worker_pid($node);
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN CREATEDB');
+($ret, $out, $err) = $node->psql('postgres', 'SET ROLE mallory; DROP DATABASE app');
+like($err, qr/must be owner of database app/, 'a non-owner cannot drop the database');
+($ret, $out, $err) = $node->psql('postgres', 'SET ROLE mallory; CREATE DATABASE copy TEMPLATE app');
+like($err, qr/permission denied to copy database "app"/, 'nor copy it');
+is(PagerDutyTest::worker_pid($node), $pid_before, 'and the worker was not disturbed');
+($ret, $out, $err) = $node->psql('postgres', 'BEGIN; DROP DATABASE app');
+like($err, qr/cannot run inside a transaction block/, 'DROP DATABASE in a transaction block fails');
+is(PagerDutyTest::worker_pid($node), $pid_before, 'and leaves the worker alone');
+
+# The launcher is terminated: the postmaster starts it again; it does not
+# start a second worker beside the one still running.
+my $launcher = $node->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pagerduty launcher'});
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pagerduty launcher' AND pid <> $launcher"),
+	'a terminated launcher is started again');
+ok(delivered($node, 'after the launcher restarted'), 'events are still delivered');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pagerduty worker'}), '1',
+	'by one worker, the same as before') ;
+is(PagerDutyTest::worker_pid($node), $pid_before, 'the worker did not change');
+
 # DROP DATABASE with the worker connected to it: the worker leaves, the DROP
 # succeeds without FORCE, and the worker comes back with the database.
 ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app');

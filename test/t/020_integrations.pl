@@ -131,6 +131,19 @@ is_deeply([ map { $_->{event_action} } @$got ], [ 'trigger', 'resolve' ], 'the n
 is($got->[1]{dedup_key}, $got->[0]{dedup_key}, 'the same incident');
 is($node->safe_psql('app', q{SELECT failing FROM pagerduty_checks WHERE name = 'nightly_job'}), 'f', 'the check is no longer failing');
 
+# A schema-only dump restores, although its triggers name services that a
+# schema-only dump does not contain.  (The error-log table only: pg_cron
+# cannot be created in a second database.)
+$node->safe_psql('postgres', 'CREATE DATABASE app_schema');
+$node->safe_psql('app_schema', 'CREATE EXTENSION pagerduty');
+my $dump = PostgreSQL::Test::Utils::tempdir() . '/schema.sql';
+$node->command_ok([ 'pg_dump', '-s', '-t', 'app_errors', '-d', $node->connstr('app'), '-f', $dump ],
+	'pg_dump -s of the error-log table');
+$node->command_ok([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-q', '-d', $node->connstr('app_schema'), '-f', $dump ],
+	'restores into an empty database, alert triggers and all');
+is($node->safe_psql('app_schema', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'app_errors_page%'}), '2',
+	'with both alert triggers');
+
 ok(PagerDutyTest::log_has_no_keys($node, $db_key, $payments_key), 'no routing key in the server log');
 $node->stop;
 done_testing();
