@@ -107,7 +107,7 @@ pd_outbox_retry(bool all, int64 id, int64 *skipped)
 	SPIPlanPtr	plan;
 	int64		done;
 
-	plan = pd_prepare(&retry_plan,
+	plan = pd_prepare_replanned(&retry_plan,
 					  "UPDATE pagerduty_outbox o "
 					  "SET status = 'pending', attempts = 0, next_attempt_at = now(), "
 					  "    claimed_at = NULL, finished_at = NULL "
@@ -120,7 +120,7 @@ pd_outbox_retry(bool all, int64 id, int64 *skipped)
 	pd_execute(plan, values, nulls, false, 0, SPI_OK_UPDATE);
 	done = SPI_processed;
 
-	plan = pd_prepare(&retry_skipped_plan,
+	plan = pd_prepare_replanned(&retry_skipped_plan,
 					  "SELECT count(*) FROM pagerduty_outbox "
 					  "WHERE status = 'failed' AND ($1::bigint IS NULL OR id = $1)",
 					  1, argtypes);
@@ -210,7 +210,7 @@ pd_outbox_candidates(int limit, MemoryContext cxt, PdCandidate **out)
 	PdCandidate *c;
 	int			nestlevel;
 
-	plan = pd_prepare(&candidates_plan,
+	plan = pd_prepare_replanned(&candidates_plan,
 					  "SELECT o.id, o.service, o.event_action, o.dedup_key, o.payload, "
 					  "       o.attempts, s.routing_key, s.events_url "
 					  "FROM pagerduty_outbox o "
@@ -219,8 +219,10 @@ pd_outbox_candidates(int limit, MemoryContext cxt, PdCandidate **out)
 					  "AND o.next_attempt_at <= now() "
 					  "AND NOT EXISTS (SELECT 1 FROM pagerduty_outbox p "
 					  "  WHERE p.status = 'pending' AND p.service = o.service "
-					  "  AND p.dedup_key = o.dedup_key "
-					  "  AND (p.id < o.id OR p.claimed_at IS NOT NULL)) "
+					  "  AND p.dedup_key = o.dedup_key AND p.id < o.id) "
+					  "AND NOT EXISTS (SELECT 1 FROM pagerduty_outbox p "
+					  "  WHERE p.status = 'pending' AND p.service = o.service "
+					  "  AND p.dedup_key = o.dedup_key AND p.claimed_at IS NOT NULL) "
 					  "ORDER BY o.next_attempt_at, o.id "
 					  "LIMIT $1 "
 					  "FOR UPDATE OF o SKIP LOCKED",
@@ -290,7 +292,7 @@ pd_outbox_claim(const int64 *ids, int n)
 
 	if (n == 0)
 		return;
-	plan = pd_prepare(&claim_plan,
+	plan = pd_prepare_replanned(&claim_plan,
 					  "UPDATE pagerduty_outbox "
 					  "SET claimed_at = now(), attempts = attempts + 1, last_attempt_at = now() "
 					  "WHERE id = ANY ($1)",
@@ -310,7 +312,7 @@ pd_outbox_defer(const int64 *ids, const TimestampTz *at, int n)
 
 	if (n == 0)
 		return;
-	plan = pd_prepare(&defer_plan,
+	plan = pd_prepare_replanned(&defer_plan,
 					  "UPDATE pagerduty_outbox o SET next_attempt_at = d.at "
 					  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS d(id, at) "
 					  "WHERE o.id = d.id",
@@ -359,7 +361,7 @@ pd_outbox_record(const PdOutcome *outcomes, int n)
 	next_null = palloc(sizeof(bool) * n);
 	at = palloc(sizeof(Datum) * n);
 	refund = palloc(sizeof(Datum) * n);
-	plan = pd_prepare(&record_plan,
+	plan = pd_prepare_replanned(&record_plan,
 					  "UPDATE pagerduty_outbox o "
 					  "SET status = r.status, http_status = r.http_status, "
 					  "    last_error = r.last_error, claimed_at = NULL, "
@@ -411,7 +413,7 @@ pd_outbox_record(const PdOutcome *outcomes, int n)
 uint64
 pd_outbox_release_claims(void)
 {
-	SPIPlanPtr	plan = pd_prepare(&release_plan,
+	SPIPlanPtr	plan = pd_prepare_replanned(&release_plan,
 								  "UPDATE pagerduty_outbox SET claimed_at = NULL "
 								  "WHERE status = 'pending' AND claimed_at IS NOT NULL",
 								  0, NULL);
@@ -424,7 +426,7 @@ pd_outbox_release_claims(void)
 TimestampTz
 pd_outbox_next_due(void)
 {
-	SPIPlanPtr	plan = pd_prepare(&next_due_plan,
+	SPIPlanPtr	plan = pd_prepare_replanned(&next_due_plan,
 								  "SELECT min(next_attempt_at) FROM pagerduty_outbox "
 								  "WHERE status = 'pending' AND next_attempt_at > now()",
 								  0, NULL);
@@ -450,7 +452,7 @@ pd_outbox_purge(int retention_s, int limit)
 	Datum		values[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
 	SPIPlanPtr	plan;
 
-	plan = pd_prepare(&purge_plan,
+	plan = pd_prepare_replanned(&purge_plan,
 					  "DELETE FROM pagerduty_outbox o "
 					  "WHERE o.status <> 'pending' "
 					  "AND o.finished_at < now() - pg_catalog.make_interval(secs => $1) "

@@ -9,17 +9,26 @@
 #define PAGERDUTY_SPI_UTIL_H
 
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 
 /*
- * Prepare a statement once per process and keep the plan.  The plan cache
+ * Prepare a statement once per process and keep it.  The plan cache
  * re-plans it when the tables it reads change (DROP/CREATE EXTENSION, say).
+ *
+ * pd_prepare_replanned() keeps the parsed statement but plans it again at
+ * each execution, for the worker's statements on the outbox: the outbox
+ * goes from empty to a large backlog in one commit, long before autovacuum
+ * analyzes it, and a plan cached while it was empty (full index scans in
+ * nested loops) would make each claim cost as much as the whole backlog.
+ * A fresh plan sees the table's current size.
  */
 static inline SPIPlanPtr
-pd_prepare(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+pd_prepare_opts(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes,
+				int cursor_options)
 {
 	if (*slot == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
@@ -29,6 +38,18 @@ pd_prepare(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 		*slot = plan;
 	}
 	return *slot;
+}
+
+static inline SPIPlanPtr
+pd_prepare(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	return pd_prepare_opts(slot, sql, nargs, argtypes, 0);
+}
+
+static inline SPIPlanPtr
+pd_prepare_replanned(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	return pd_prepare_opts(slot, sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 }
 
 static inline int
