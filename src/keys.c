@@ -4,10 +4,10 @@
  *	  Per routing key state: rate limit and 429 pause.
  *
  *	  Rate limit: at most pagerduty.rate_limit events in any 60 seconds per
- *	  routing key, PagerDuty's own rule, kept exactly with a sliding window
- *	  of the last rate_limit send times.  A burst goes out at once up to the
- *	  limit; beyond it, an event waits until the oldest send leaves the
- *	  window.
+ *	  routing key, PagerDuty's own rule, kept with a sliding window of the
+ *	  last rate_limit times a request started (plus a second of guard, as
+ *	  PagerDuty counts arrivals).  A burst goes out at once up to the limit;
+ *	  beyond it, an event waits until the oldest send leaves the window.
  *
  *	  Pause: after a 429 the key sends nothing until Retry-After has passed,
  *	  or, without that header, for 5 s, doubling with each further 429 up to
@@ -30,6 +30,9 @@
 #include "payload.h"
 
 #define PD_WINDOW_USECS			(60 * USECS_PER_SEC)
+/* an event replaces one that left the window this much later, for the
+ * network's jitter: PagerDuty counts arrivals, we count sends */
+#define PD_WINDOW_GUARD_USECS	(1 * USECS_PER_SEC)
 #define PD_PAUSE_MIN_MS			5000
 #define PD_PAUSE_MAX_MS			(5 * 60 * 1000)
 #define PD_RETRY_AFTER_MAX_S	3600
@@ -42,6 +45,7 @@ struct PdKey
 	int			throttle_streak;	/* 429s in a row without Retry-After */
 	TimestampTz next_deferral;	/* the earliest slot left for a deferred event */
 	TimestampTz last_used;
+	int			reserved;		/* admitted, not sent yet */
 	/* ring of the last send times, oldest at 'start' */
 	int			capacity;
 	int			start;
@@ -82,6 +86,7 @@ pd_key_get(const char *routing_key)
 		key->throttle_streak = 0;
 		key->next_deferral = 0;
 		key->last_used = 0;
+		key->reserved = 0;
 		key->capacity = 0;
 		key->start = 0;
 		key->count = 0;
@@ -127,9 +132,24 @@ defer_slot(PdKey *key, TimestampTz earliest, int rate_limit)
 	return slot;
 }
 
+/* Forget the sends that have left the window (with its guard). */
+static void
+expire(PdKey *key, TimestampTz now)
+{
+	while (key->count > 0 &&
+		   key->sends[key->start] <= now - PD_WINDOW_USECS - PD_WINDOW_GUARD_USECS)
+	{
+		key->start = (key->start + 1) % key->capacity;
+		key->count--;
+	}
+}
+
 /*
- * May an event of this key be sent at 'now'?  Returns 0 and counts the send
- * if so; otherwise the time to defer it to.
+ * May an event of this key be sent at 'now'?  Returns 0 and reserves a
+ * place in the window if so (pd_key_sent() or pd_key_unreserve() settles
+ * it); otherwise the time to defer it to.  The window counts the times
+ * requests actually started, not the times they were claimed: a claimed
+ * event may wait for a connection.
  */
 TimestampTz
 pd_key_admit(PdKey *key, TimestampTz now, int rate_limit)
@@ -142,20 +162,58 @@ pd_key_admit(PdKey *key, TimestampTz now, int rate_limit)
 		return 0;
 
 	resize(key, rate_limit);
-	while (key->count > 0 && key->sends[key->start] <= now - PD_WINDOW_USECS)
+	expire(key, now);
+	if (key->count + key->reserved < rate_limit)
 	{
-		key->start = (key->start + 1) % key->capacity;
-		key->count--;
-	}
-	if (key->count < rate_limit)
-	{
-		key->sends[(key->start + key->count) % key->capacity] = now;
-		key->count++;
+		key->reserved++;
 		return 0;
 	}
 
-	/* full: not before the oldest send leaves the window */
-	return defer_slot(key, key->sends[key->start] + PD_WINDOW_USECS + 1000, rate_limit);
+	/*
+	 * Full: not before the oldest send leaves the window (reserved places
+	 * are about to be sent: they leave it a minute from now).
+	 */
+	return defer_slot(key, (key->count > 0 ? key->sends[key->start] : now) +
+					  PD_WINDOW_USECS + PD_WINDOW_GUARD_USECS,
+					  rate_limit);
+}
+
+/* A request of this key started at 'when'. */
+void
+pd_key_sent(PdKey *key, TimestampTz when)
+{
+	if (key->reserved > 0)
+		key->reserved--;
+	if (key->capacity == 0)
+		return;					/* no limit */
+	if (key->count == key->capacity)
+	{
+		/* the limit was lowered meanwhile: the oldest goes */
+		key->start = (key->start + 1) % key->capacity;
+		key->count--;
+	}
+	key->sends[(key->start + key->count) % key->capacity] = when;
+	key->count++;
+}
+
+/* An admitted event will not be sent after all. */
+void
+pd_key_unreserve(PdKey *key)
+{
+	if (key->reserved > 0)
+		key->reserved--;
+}
+
+/* Every admitted event was dropped (the outbox went away). */
+void
+pd_keys_unreserve_all(void)
+{
+	HASH_SEQ_STATUS status;
+	PdKey	   *key;
+
+	hash_seq_init(&status, keys);
+	while ((key = hash_seq_search(&status)) != NULL)
+		key->reserved = 0;
 }
 
 /* PagerDuty answered 429: pause the key. */
@@ -202,7 +260,8 @@ pd_keys_forget_idle(TimestampTz now)
 	hash_seq_init(&status, keys);
 	while ((key = hash_seq_search(&status)) != NULL)
 	{
-		if (key->last_used < idle_before && key->paused_until < now)
+		if (key->last_used < idle_before && key->paused_until < now &&
+			key->reserved == 0)
 		{
 			if (key->sends)
 				pfree(key->sends);

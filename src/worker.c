@@ -263,6 +263,7 @@ drop_uncommitted(void)
 	{
 		Job		   *job = dlist_container(Job, node, iter.cur);
 
+		pd_key_unreserve(pd_key_get(job->routing_key));
 		dlist_delete(&job->node);
 		MemoryContextDelete(job->cxt);
 	}
@@ -277,6 +278,7 @@ forget_local_state(void)
 	dlist_init(&ready);
 	dlist_init(&uncommitted);
 	n_ready = 0;
+	pd_keys_unreserve_all();
 	forget_outcomes();
 	next_due = 0;
 }
@@ -499,8 +501,6 @@ claim(void)
 	int64	   *claim_ids;
 	int64	   *defer_ids;
 	TimestampTz *defer_at;
-	const char **urls;
-	PdCandidate **admitted;
 	Size		bytes = 0;
 	bool		more = false;
 	TimestampTz now;
@@ -508,6 +508,9 @@ claim(void)
 
 	MemoryContextReset(claim_cxt);
 	drop_uncommitted();			/* a claim that failed to commit claimed nothing */
+	/* nothing claimed is left anywhere: no place in any window is reserved */
+	if (n_ready == 0 && pd_http_in_flight() == 0)
+		pd_keys_unreserve_all();
 	if (!begin_or_step_aside("claiming events"))
 		return;
 
@@ -515,8 +518,6 @@ claim(void)
 	claim_ids = MemoryContextAlloc(claim_cxt, sizeof(int64) * Max(n, 1));
 	defer_ids = MemoryContextAlloc(claim_cxt, sizeof(int64) * Max(n, 1));
 	defer_at = MemoryContextAlloc(claim_cxt, sizeof(TimestampTz) * Max(n, 1));
-	urls = MemoryContextAlloc(claim_cxt, sizeof(char *) * Max(n, 1));
-	admitted = MemoryContextAlloc(claim_cxt, sizeof(PdCandidate *) * Max(n, 1));
 
 	now = GetCurrentTimestamp();
 	for (int i = 0; i < n; i++)
@@ -555,9 +556,9 @@ claim(void)
 			defer_at[n_deferred++] = at;
 			continue;
 		}
-		claim_ids[n_admitted] = c->id;
-		urls[n_admitted] = url;
-		admitted[n_admitted++] = c;
+		/* a job at once, so that a failure from here on gives back its place */
+		claim_ids[n_admitted++] = c->id;
+		dlist_push_tail(&uncommitted, &make_job(c, url)->node);
 		bytes += c->body_len;
 	}
 
@@ -571,16 +572,10 @@ claim(void)
 	next_due = pd_outbox_next_due();
 
 	/*
-	 * Ready the jobs before committing: once the claims are committed,
+	 * The jobs are ready before the claims commit: once they are committed,
 	 * nothing may fail between them and the sends, or rows would stay
 	 * claimed by a worker that forgot them.
 	 */
-	for (int i = 0; i < n_admitted; i++)
-	{
-		Job		   *job = make_job(admitted[i], urls[i]);
-
-		dlist_push_tail(&uncommitted, &job->node);
-	}
 	end_txn(true);
 
 	/* claimed for good: these may go now */
@@ -710,13 +705,16 @@ start_ready_jobs(void)
 		Job		   *job = dlist_container(Job, node, dlist_pop_head_node(&ready));
 		MemoryContext cxt = CurrentMemoryContext;
 		TimestampTz paused_until;
+		PdKey	   *volatile key;
 
 		n_ready--;
 
 		/* its key was paused by a 429 since it was claimed: it waits, unsent */
-		paused_until = pd_key_paused_until(pd_key_get(job->routing_key));
+		key = pd_key_get(job->routing_key);
+		paused_until = pd_key_paused_until(key);
 		if (paused_until > GetCurrentTimestamp())
 		{
+			pd_key_unreserve(key);
 			add_outcome(job->id, "pending", 0,
 						"not sent: the routing key is paused after a 429 from PagerDuty",
 						paused_until, true);
@@ -737,6 +735,7 @@ start_ready_jobs(void)
 		PG_TRY();
 		{
 			pd_http_start(&job->req);
+			pd_key_sent(key, GetCurrentTimestamp());
 		}
 		PG_CATCH();
 		{
@@ -745,6 +744,7 @@ start_ready_jobs(void)
 			MemoryContextSwitchTo(cxt);
 			edata = CopyErrorData();
 			FlushErrorState();
+			pd_key_unreserve(key);
 			retry_or_fail(job, 0, edata->message, GetCurrentTimestamp());
 			FreeErrorData(edata);
 			MemoryContextDelete(job->cxt);
