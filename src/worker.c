@@ -477,13 +477,14 @@ make_job(PdCandidate *c, const char *url)
 	return job;
 }
 
+/* An event fails for good: logged (an alert is lost), and recorded. */
 static void
-fail_now(PdCandidate *c, const char *why)
+fail_event(int64 id, const char *service, int http_status, const char *why)
 {
 	ereport(WARNING,
 			(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
-					(long long) c->id, c->service, why)));
-	add_outcome(c->id, "failed", 0, why, 0, false);
+					(long long) id, service, why)));
+	add_outcome(id, "failed", http_status, why, 0, false);
 }
 
 /*
@@ -528,7 +529,8 @@ claim(void)
 
 		if (c->routing_key == NULL)
 		{
-			fail_now(c, psprintf("service \"%s\" no longer exists", c->service));
+			fail_event(c->id, c->service, 0,
+					   psprintf("service \"%s\" no longer exists", c->service));
 			continue;
 		}
 		url = c->events_url ? c->events_url : pd_events_url;
@@ -538,7 +540,8 @@ claim(void)
 
 			if (change_url == NULL)
 			{
-				fail_now(c, "cannot send a change event: the events URL does not end in /enqueue");
+				fail_event(c->id, c->service, 0,
+						   "cannot send a change event: the events URL does not end in /enqueue");
 				continue;
 			}
 			url = MemoryContextStrdup(claim_cxt, change_url);
@@ -612,12 +615,8 @@ retry_or_fail(Job *job, int http_status, const char *error, TimestampTz now)
 {
 	if (job->attempts >= pd_max_attempts)
 	{
-		char	   *why = psprintf("gave up after %d attempts: %s", job->attempts, error);
-
-		ereport(WARNING,
-				(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
-						(long long) job->id, job->service, why)));
-		add_outcome(job->id, "failed", http_status, why, 0, false);
+		fail_event(job->id, job->service, http_status,
+				   psprintf("gave up after %d attempts: %s", job->attempts, error));
 	}
 	else
 	{
@@ -642,12 +641,7 @@ judge(Job *job)
 									  req->error[0] ? ": " : "", req->error),
 							 job->routing_key);
 		if (pd_http_error_is_permanent(req->curl_code))
-		{
-			ereport(WARNING,
-					(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
-							(long long) job->id, job->service, reason)));
-			add_outcome(job->id, "failed", 0, reason, 0, false);
-		}
+			fail_event(job->id, job->service, 0, reason);
 		else
 			retry_or_fail(job, 0, reason, now);
 		return;
@@ -681,10 +675,7 @@ judge(Job *job)
 	else if (req->status == 400)
 	{
 		/* PagerDuty refused the event itself: sending it again will not help */
-		ereport(WARNING,
-				(errmsg("pagerduty: event %lld for service \"%s\" failed: %s",
-						(long long) job->id, job->service, reason)));
-		add_outcome(job->id, "failed", (int) req->status, reason, 0, false);
+		fail_event(job->id, job->service, (int) req->status, reason);
 	}
 	else
 	{
